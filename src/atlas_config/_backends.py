@@ -1,0 +1,19 @@
+"""What a backend returns: a value and where it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One value read from one source. ``repr`` hides the value."""
+
+    value: str
+    source: str
+    version: str | None = None
+    # Epoch seconds of Key Vault's ``exp`` attribute; never cache past it.
+    expires_on: float | None = None
+
+    def __repr__(self) -> str:
+        return f"Fetched(value='**********', source={self.source!r}, version={self.version!r})"
