@@ -11,8 +11,10 @@ from atlas_config import AtlasSecrets, ConfigurationError, SecretNotFoundError, 
 
 def test_env_wins_over_dotenv_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """An environment variable beats .env.development, which beats .env."""
-    (tmp_path / ".env").write_text("SIGNING_SECRET=from-dotenv\nMODEL_PROVIDER_API_KEY=from-dotenv\n"
-                                   "SERVICE_BUS_CONNECTION_STRING=from-dotenv\n")
+    (tmp_path / ".env").write_text(
+        "SIGNING_SECRET=from-dotenv\nMODEL_PROVIDER_API_KEY=from-dotenv\n"
+        "SERVICE_BUS_CONNECTION_STRING=from-dotenv\n"
+    )
     (tmp_path / ".env.development").write_text("SIGNING_SECRET=from-dev\nMODEL_PROVIDER_API_KEY=from-dev\n")
     monkeypatch.setenv("SIGNING_SECRET", "from-env")
     assert get_secret("signing-secret") == "from-env"

@@ -30,7 +30,9 @@ def test_production_flags(env: dict[str, str], production: bool) -> None:
     assert load_environment(env).production is production
 
 
-@pytest.mark.parametrize("flag", ["prod", "prd", "live", "true", "1", "production1", "'production'", "pro duction"])
+@pytest.mark.parametrize(
+    "flag", ["prod", "prd", "live", "true", "1", "production1", "'production'", "pro duction"]
+)
 def test_odd_production_flags_are_refused(flag: str) -> None:
     """An unrecognised flag is an error naming the variable and the fix, never a silent 'not production'."""
     with pytest.raises(ConfigurationError, match=r"ATLAS_ENV=.*set it to 'production'"):
@@ -45,8 +47,23 @@ def test_production_without_vault_is_a_guard_error() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["ab", "a" * 25, "1vault", "-vault", "vault-", "va--ult", "va_ult", "evil.example#", "a@evil", "kv abc",
-     "kv/abc", "kv.abc", "ķv-abc", "kv-\nabc", "kv-abc\x00"],
+    [
+        "ab",
+        "a" * 25,
+        "1vault",
+        "-vault",
+        "vault-",
+        "va--ult",
+        "va_ult",
+        "evil.example#",
+        "a@evil",
+        "kv abc",
+        "kv/abc",
+        "kv.abc",
+        "ķv-abc",
+        "kv-\nabc",
+        "kv-abc\x00",
+    ],
 )
 def test_hostile_vault_names_are_refused(name: str) -> None:
     """KEYVAULT_NAME must be a valid vault name, so it cannot steer the token to another host."""

@@ -33,7 +33,11 @@ NEAR_MISSES = [
 
 def test_allowlist_is_the_seed_allowlist() -> None:
     """The three keys of the seed's allowlist, in its order, and nothing else."""
-    assert ALLOWED_SECRET_KEYS == ("service-bus-connection-string", "model-provider-api-key", "signing-secret")
+    assert ALLOWED_SECRET_KEYS == (
+        "service-bus-connection-string",
+        "model-provider-api-key",
+        "signing-secret",
+    )
 
 
 @pytest.mark.parametrize("key", NEAR_MISSES)

@@ -62,7 +62,10 @@ def test_production_reads_by_vault_name_with_verification(
     assert env.vault_url == "https://atlas-test.vault.azure.net"
     settings = AtlasSecrets()
     assert settings.signing_secret.get_secret_value() == canaries["signing-secret"]
-    assert asyncio.run(aget_and_close("service-bus-connection-string")) == canaries["service-bus-connection-string"]
+    assert (
+        asyncio.run(aget_and_close("service-bus-connection-string"))
+        == canaries["service-bus-connection-string"]
+    )
 
 
 def test_production_ignores_env_values(

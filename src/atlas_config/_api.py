@@ -4,8 +4,39 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from ._keys import check_key
+from ._environment import Environment
+from ._keys import ALLOWED_SECRET_KEYS, check_key
 from ._resolver import RESOLVER, SecretCacheStats
+from ._secret import AtlasSecret
+
+_Args = tuple[str, float | timedelta | None, int | None, float | timedelta | None, str | None]
+
+# get_secret() is called per request. Validating its options each time would
+# cost more than the cache hit, so each argument tuple gets one bound
+# AtlasSecret, and reads go through the same inline hit path as typed fields.
+# The memo belongs to one environment decision; a new decision empties it.
+_memo: dict[_Args, AtlasSecret] = {}
+_memo_env: list[Environment | None] = [None]
+_MEMO_LIMIT = 1024  # callers passing ever-new arguments must not grow it without bound
+
+
+def _secret_for(args: _Args) -> AtlasSecret:
+    env = RESOLVER.environment()
+    if _memo_env[0] is not env:
+        _memo.clear()
+        _memo_env[0] = env
+    secret = _memo.get(args)
+    if secret is None:
+        key, cache_ttl, max_attempts, retry_delay, version = args
+        secret = AtlasSecret.bound(key)
+        secret.bind(
+            RESOLVER.options(
+                key, cache_ttl=cache_ttl, max_attempts=max_attempts, retry_delay=retry_delay, version=version
+            )
+        )
+        if len(_memo) < _MEMO_LIMIT:
+            _memo[args] = secret
+    return secret
 
 
 def get_secret(
@@ -33,17 +64,13 @@ def get_secret(
         SecretFetchError: the vault failed after retries and no stale value may be served.
         ConfigurationError: an option or env setting is malformed.
     """
-    key = check_key(key)
-    return RESOLVER.read(
-        key,
-        RESOLVER.options(
-            key,
-            cache_ttl=cache_ttl,
-            max_attempts=max_attempts,
-            retry_delay=initial_retry_delay,
-            version=version,
-        ),
-    )
+    if type(key) is not str or key not in ALLOWED_SECRET_KEYS:
+        check_key(key)  # raises, with the reason
+    args = (key, cache_ttl, max_attempts, initial_retry_delay, version)
+    secret = _memo.get(args)
+    if secret is None or _memo_env[0] is not RESOLVER._env:
+        secret = _secret_for(args)
+    return secret.get_secret_value()
 
 
 async def aget_secret(
@@ -61,16 +88,7 @@ async def aget_secret(
         signing_key = await aget_secret("signing-secret")
     """
     key = check_key(key)
-    return await RESOLVER.aread(
-        key,
-        RESOLVER.options(
-            key,
-            cache_ttl=cache_ttl,
-            max_attempts=max_attempts,
-            retry_delay=initial_retry_delay,
-            version=version,
-        ),
-    )
+    return await _secret_for((key, cache_ttl, max_attempts, initial_retry_delay, version)).aget_secret_value()
 
 
 def clear_secret_cache() -> None:

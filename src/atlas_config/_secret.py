@@ -17,10 +17,12 @@ from pydantic.types import SecretStr
 from pydantic_core import SchemaSerializer, core_schema
 
 from . import _clock, _telemetry
-from ._resolver import RESOLVER, ReadOptions
+from ._resolver import RESOLVER, ReadOptions, Slot
 from ._telemetry import TelemetryEvent, emit
 
 _MASK = "**********"
+# The resolver's cache dict; it is only ever emptied in place, never replaced.
+_CACHE = RESOLVER.cache
 
 
 def _serialize(value: object, info: core_schema.SerializationInfo) -> object:
@@ -45,12 +47,14 @@ class AtlasSecret(SecretStr):
 
     _key: str | None
     _opts: ReadOptions | None
+    _slot: Slot | None
     _fresh: float
 
     def __init__(self, secret_value: str) -> None:
         super().__init__(secret_value)
         self._key = None
         self._opts = None
+        self._slot = None
         self._fresh = 0.0
 
     @classmethod
@@ -60,6 +64,7 @@ class AtlasSecret(SecretStr):
         secret._secret_value = ""
         secret._key = key
         secret._opts = None
+        secret._slot = None
         secret._fresh = 0.0
         return secret
 
@@ -68,6 +73,7 @@ class AtlasSecret(SecretStr):
         self._opts = opts
         # A pinned version never goes stale; fold that into one comparison.
         self._fresh = float("inf") if opts.version is not None else opts.ttl
+        self._slot = (self._key, opts.version) if self._key is not None else None
 
     @property
     def secret_key(self) -> str | None:
@@ -81,21 +87,23 @@ class AtlasSecret(SecretStr):
 
     def get_secret_value(self) -> str:
         """The value: from the cache while fresh, else resolved (Key Vault, files or env) now."""
-        key = self._key
-        if key is None:
-            return self._secret_value
-        opts = self._opts
-        if opts is None:
-            raise RuntimeError("AtlasSecret was not bound; build it through AtlasSecrets()")
-        entry = RESOLVER.cache.get((key, opts.version))
+        slot = self._slot
+        if slot is None:
+            return self._unbound_value()
+        entry = _CACHE.get(slot)
         if entry is not None:
             now = _clock.now()
             if now - entry.fetched_at < self._fresh * entry.refresh_at and now < entry.valid_until:
                 RESOLVER.hits += 1
                 if _telemetry._handlers:
-                    emit(TelemetryEvent("Secret.Cache.Hit", key, "cache", version=entry.version))
+                    emit(TelemetryEvent("Secret.Cache.Hit", slot[0], "cache", version=entry.version))
                 return entry.value
-        return RESOLVER.read(key, opts)
+        return RESOLVER.read(slot[0], self._opts)  # type: ignore[arg-type]  # bound with _slot
+
+    def _unbound_value(self) -> str:
+        if self._key is not None:
+            raise RuntimeError("AtlasSecret was not bound; build it through AtlasSecrets()")
+        return self._secret_value
 
     async def aget_secret_value(self) -> str:
         """``get_secret_value()`` for async code: a cold read uses the ``aio`` client."""

@@ -14,10 +14,11 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from datetime import timedelta
 from typing import Any, ClassVar, Self
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -115,9 +116,15 @@ class AtlasSecrets(BaseSettings):
     #: Per-secret TTL / version pin / retry options, keyed by Key Vault name.
     atlas_secret_options: ClassVar[Mapping[str, SecretOptions]] = {}
 
-    service_bus_connection_string: AtlasSecret
-    model_provider_api_key: AtlasSecret
-    signing_secret: AtlasSecret
+    # The factories matter to type checkers (AtlasSecrets() needs no arguments)
+    # and keep the fields lazy even if a subclass replaces the sources.
+    service_bus_connection_string: AtlasSecret = Field(
+        default_factory=partial(AtlasSecret.bound, "service-bus-connection-string")
+    )
+    model_provider_api_key: AtlasSecret = Field(
+        default_factory=partial(AtlasSecret.bound, "model-provider-api-key")
+    )
+    signing_secret: AtlasSecret = Field(default_factory=partial(AtlasSecret.bound, "signing-secret"))
 
     @classmethod
     def settings_customise_sources(

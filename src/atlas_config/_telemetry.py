@@ -105,9 +105,13 @@ def add_telemetry_handler(handler: TelemetryHandler) -> TelemetryHandler:
 
 
 def remove_telemetry_handler(handler: TelemetryHandler) -> None:
-    """Stop calling ``handler``; unknown handlers are ignored."""
+    """Stop calling ``handler``; unknown handlers are ignored.
+
+    Handlers are matched by equality, so ``remove_telemetry_handler(events.append)``
+    removes the bound method that ``add_telemetry_handler(events.append)`` added.
+    """
     global _handlers
-    _handlers = tuple(h for h in _handlers if h is not handler)
+    _handlers = tuple(h for h in _handlers if h != handler)
 
 
 def add_rotation_handler(handler: RotationHandler) -> RotationHandler:
@@ -129,7 +133,7 @@ def add_rotation_handler(handler: RotationHandler) -> RotationHandler:
 def remove_rotation_handler(handler: RotationHandler) -> None:
     """Stop calling ``handler``; unknown handlers are ignored."""
     global _rotation_handlers
-    _rotation_handlers = tuple(h for h in _rotation_handlers if h is not handler)
+    _rotation_handlers = tuple(h for h in _rotation_handlers if h != handler)
 
 
 def has_handlers() -> bool:
