@@ -4,7 +4,8 @@ Every error names the secret key (or the setting) and what to do next, and
 never carries a secret value::
 
     AtlasConfigError (ValueError)
-    ├── ConfigurationError        a setting is malformed (vault name/URL, TTL, .env line, flag)
+    ├── ConfigurationError        a setting is malformed (vault name/URL, TTL, .env line, flag),
+    │                             or a mounted secret file / ATLAS_SECRETS_DIR is unsafe
     │   └── ProductionGuardError  production would have to use env vars or an unsafe vault
     ├── SecretNotAllowedError     the key is not on the allowlist
     ├── SecretNotFoundError       no value anywhere (404, missing in dev, empty value)
