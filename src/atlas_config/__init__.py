@@ -8,7 +8,7 @@ Example::
     settings.signing_secret.get_secret_value()
 """
 
-from loguru import logger
+from loguru import logger as _logger
 
 from ._api import aclose, aget_secret, clear_secret_cache, close, get_secret, get_secret_cache_stats
 from ._errors import (
@@ -35,7 +35,7 @@ from ._telemetry import (
 )
 
 # Libraries stay quiet until the app opts in: logger.enable("atlas_config").
-logger.disable("atlas_config")
+_logger.disable("atlas_config")
 
 __all__ = [
     "ALLOWED_SECRET_KEYS",
