@@ -18,7 +18,7 @@ _OWN_PREFIXES = ("ATLAS_", "KEYVAULT_", "AZURE_", "MSI_", "IDENTITY_", "IMDS_")
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Clear atlas-config and Azure variables, run in an empty directory, reset global state around the test."""
+    """Clear atlas-config and Azure variables, run in an empty directory, reset global state around it."""
     for name in list(os.environ):
         if name.startswith(_OWN_PREFIXES) or name == "NODE_ENV":
             monkeypatch.delenv(name)

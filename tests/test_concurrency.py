@@ -64,7 +64,7 @@ def test_16_tasks_one_get(seeded: KeyVaultEmulator, canaries: dict[str, str]) ->
 
 
 def test_failure_is_shared_not_repeated(seeded: KeyVaultEmulator) -> None:
-    """When the single in-flight fetch fails with 404, every waiting thread gets the error and one GET was sent."""
+    """When the one in-flight fetch fails with 404, every waiting thread gets the error; one GET was sent."""
     seeded.delete_secret("signing-secret")
     seeded.latency = 0.2
     barrier = threading.Barrier(8)

@@ -23,7 +23,7 @@ NEAR_MISSES = [
     "signing-secret#x",
     "signing%2Dsecret",
     "signing\u2010secret",  # unicode hyphen
-    "ѕigning-secret",  # Cyrillic s
+    "ѕigning-secret",  # noqa: RUF001 - a Cyrillic s, on purpose
     "signing-secret\x00",
     "",
     "cosmos-primary-key",

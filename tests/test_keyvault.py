@@ -165,7 +165,7 @@ def test_retry_after_is_honoured(seeded: KeyVaultEmulator, fast_retries: None) -
     seen = events()
     seeded.inject(Fault(status=429, retry_after=1))
     get_secret("signing-secret")
-    fetch = [e for e in seen if e.name == "Secret.Fetch.Success"][0]
+    fetch = next(e for e in seen if e.name == "Secret.Fetch.Success")
     assert fetch.attempt == 2
     assert fetch.duration_ms is not None and fetch.duration_ms >= 900
 
@@ -206,7 +206,8 @@ def test_import_loads_no_azure_until_first_vault_read() -> None:
 
     code = (
         "import sys, atlas_config; from atlas_config import AtlasSecrets;"
-        "bad=[m for m in sys.modules if m.startswith(('azure','aiohttp'))]; print(bad); sys.exit(1 if bad else 0)"
+        "bad=[m for m in sys.modules if m.startswith(('azure','aiohttp'))];"
+        "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib.resources
 import subprocess
-import types
 import sys
+import types
 
 import atlas_config
 import atlas_config.testing

@@ -113,7 +113,7 @@ def test_bad_configuration_is_a_validation_error(monkeypatch: pytest.MonkeyPatch
 def test_subclass_in_production_loads_app_fields_from_env(
     seeded_production: KeyVaultEmulator, canaries: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    """In production an app's own fields still load from env and .env; the secrets come from the vault only."""
+    """In production an app's own fields still load from env and .env; secrets come from the vault only."""
 
     class Settings(AtlasSecrets):
         port: int = 8000

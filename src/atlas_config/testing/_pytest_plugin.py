@@ -68,5 +68,8 @@ def keyvault_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[KeyVaultEmula
 
 @pytest.fixture
 def production_keyvault(monkeypatch: pytest.MonkeyPatch) -> Iterator[KeyVaultEmulator]:
-    """Production as in Azure: ``ATLAS_ENV=production``, ``KEYVAULT_NAME=atlas-test`` routed to the emulator."""
+    """Production as in Azure: ``ATLAS_ENV=production``, ``KEYVAULT_NAME=atlas-test`` routed to the emulator.
+
+    Challenge-resource verification stays on, as against a real vault.
+    """
     yield from _start(monkeypatch, "atlas-test", production=True)
