@@ -211,3 +211,33 @@ def test_import_loads_no_azure_until_first_vault_read() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_revoked_token_recovers_with_a_fresh_credential(
+    seeded: KeyVaultEmulator, canaries: dict[str, str]
+) -> None:
+    """A token the vault stops accepting fails one read (401); the next read gets a new token and succeeds."""
+    assert get_secret("signing-secret") == canaries["signing-secret"]
+    seeded.expire_tokens()
+    with pytest.raises(SecretFetchError, match="401") as info:
+        get_secret("signing-secret", cache_ttl=0)
+    assert info.value.status == 401 and not info.value.transient
+    tokens_before = len(seeded.token_requests())
+    assert get_secret("signing-secret", cache_ttl=0) == canaries["signing-secret"]
+    assert len(seeded.token_requests()) == tokens_before + 1
+
+
+def test_async_revoked_token_recovers(seeded: KeyVaultEmulator, canaries: dict[str, str]) -> None:
+    """The aio path also starts over with a new credential after a 401 that survived re-authentication."""
+
+    async def main() -> str:
+        try:
+            await aget_secret("signing-secret")
+            seeded.expire_tokens()
+            with pytest.raises(SecretFetchError, match="401"):
+                await aget_secret("signing-secret", cache_ttl=0)
+            return await aget_secret("signing-secret", cache_ttl=0)
+        finally:
+            await atlas_config.aclose()
+
+    assert asyncio.run(main()) == canaries["signing-secret"]

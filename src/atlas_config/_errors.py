@@ -49,18 +49,20 @@ class SecretFetchError(AtlasConfigError):
 
     ``transient`` is true when trying again later may succeed (outage,
     throttling, open breaker); a cached value may then be served stale.
+    ``status`` is the HTTP status when the vault answered, else ``None``.
     """
 
-    def __init__(self, message: str, *, transient: bool = True) -> None:
+    def __init__(self, message: str, *, transient: bool = True, status: int | None = None) -> None:
         super().__init__(message)
         self.transient = transient
+        self.status = status
 
 
 class SecretAccessDeniedError(SecretFetchError):
     """Key Vault answered 403: the secret is disabled or the identity lacks access (a revocation)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, transient=False)
+        super().__init__(message, transient=False, status=403)
 
 
 class PrefetchError(AtlasConfigError):

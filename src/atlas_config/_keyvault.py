@@ -81,6 +81,7 @@ def map_azure_errors(key: str, vault_url: str) -> Iterator[None]:
             f"{where} was refused with HTTP {status} after re-authentication; grant this identity "
             "'get' on secrets (Key Vault Secrets User role)",
             transient=False,
+            status=status,
         ) from exc
     except HttpResponseError as exc:
         status = exc.status_code or 0
@@ -187,13 +188,33 @@ class KeyVaultBackend:
 
     def fetch(self, key: str, version: str | None) -> Fetched:
         """One GET, no retry."""
-        with map_azure_errors(key, self.vault_url):
-            return _to_fetched(self.client().get_secret(key, version))
+        try:
+            with map_azure_errors(key, self.vault_url):
+                return _to_fetched(self.client().get_secret(key, version))
+        except SecretFetchError as exc:
+            if exc.status == 401:
+                self._drop_sync_client()
+            raise
 
     async def afetch(self, key: str, version: str | None) -> Fetched:
         """One GET through the ``aio`` client, no retry."""
-        with map_azure_errors(key, self.vault_url):
-            return _to_fetched(await self.aclient().get_secret(key, version))
+        try:
+            with map_azure_errors(key, self.vault_url):
+                return _to_fetched(await self.aclient().get_secret(key, version))
+        except SecretFetchError as exc:
+            if exc.status == 401:
+                await self.aclose()
+            raise
+
+    def _drop_sync_client(self) -> None:
+        """After a 401 that survived re-authentication, start over with a new credential.
+
+        The credential would otherwise keep presenting its cached token until
+        its own refresh window (minutes). Other threads may still be using the
+        old client, so it is dropped, not closed; it closes when unreferenced.
+        """
+        with self._lock:
+            self._client = self._credential = None
 
     def credential_name(self) -> str | None:
         """Which credential of ``DefaultAzureCredential``'s chain produced the last token, if known."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from types import TracebackType
@@ -12,13 +13,19 @@ from .._telemetry import reset_handlers
 
 
 def reset() -> None:
-    """Forget all global state: cache, counters, clients, breakers, handlers, the environment decision.
+    """Forget all global state: cache, counters, clients, breakers, handlers, the environment decision,
+    and the Azure SDK's process-wide challenge cache.
 
     Call it between tests (the pytest plugin's fixtures do), so each test reads
     the environment it set up and talks to its own emulator.
     """
     RESOLVER.reset()
     reset_handlers()
+    # The Azure SDK caches each vault's auth challenge process-wide; a "cold"
+    # test must not inherit one. Only touched if the SDK was ever loaded.
+    challenges = sys.modules.get("azure.keyvault.secrets._shared.http_challenge_cache")
+    if challenges is not None:
+        challenges.clear()
 
 
 class FakeClock:
