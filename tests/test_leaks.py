@@ -429,11 +429,6 @@ def test_sweep_finds_planted_canaries(
         assert value in channel
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap: pydantic-settings' PYDANTIC_SETTINGS_DEBUG log prints init kwargs verbatim, and "
-    "AtlasSecrets does not wrap init_settings the way it wraps the env sources",
-)
 def test_init_kwargs_under_pydantic_settings_debug(sweep: Sweep, caplog: pytest.LogCaptureFixture) -> None:
     """A secret passed as an init kwarg (as tests do) stays out of pydantic-settings' debug log."""
     value = sweep.plant(_canary("init-kwarg"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
 from ._errors import SecretNotAllowedError
@@ -22,8 +21,6 @@ _RETIRED: Final[dict[str, str]] = {
     ),
 }
 
-_PRINTABLE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
 
 def env_name(key: str) -> str:
     """``signing-secret`` -> ``SIGNING_SECRET``."""
@@ -36,16 +33,16 @@ def field_name(key: str) -> str:
 
 
 def describe(key: object) -> str:
-    """Show a rejected key only when it looks like a key.
+    """Describe a rejected key without showing it.
 
-    Callers sometimes pass a value where a key belongs; echoing it back would
-    put a secret into an exception message and from there into logs.
+    Callers sometimes pass a value where a key belongs, and API keys look
+    like keys (``sk-proj-...``); echoing it would put a secret into an
+    exception message and from there into logs. Near-misses get a
+    "did you mean" hint instead, which names the allowlisted key.
     """
-    if isinstance(key, str) and _PRINTABLE_KEY.fullmatch(key):
-        return repr(key)
     if isinstance(key, str):
-        return f"a {len(key)}-character string that is not a secret key"
-    return f"a value of type {type(key).__name__}"
+        return f"(a {len(key)}-character string)"
+    return f"(a value of type {type(key).__name__})"
 
 
 def _suggestion(key: object) -> str | None:

@@ -67,8 +67,8 @@ class AtlasSecretsSource(PydanticBaseSettingsSource):
         }
 
 
-class _WithoutSecretFields(PydanticBaseSettingsSource):
-    """Wraps a standard source so that it never returns an allowlisted field."""
+class _WrappedSource(PydanticBaseSettingsSource):
+    """A standard source behind a filter; subclasses say what ``__call__`` changes."""
 
     def __init__(self, inner: PydanticBaseSettingsSource) -> None:
         super().__init__(inner.settings_cls)
@@ -86,7 +86,28 @@ class _WithoutSecretFields(PydanticBaseSettingsSource):
         return self._inner.get_field_value(field, field_name)
 
     def __call__(self) -> dict[str, Any]:
+        return self._inner()
+
+
+class _WithoutSecretFields(_WrappedSource):
+    """An env, ``.env`` or secrets-dir source that never returns an allowlisted field."""
+
+    def __call__(self) -> dict[str, Any]:
         return {name: value for name, value in self._inner().items() if name not in _SECRET_FIELDS}
+
+
+class _MaskedInit(_WrappedSource):
+    """The init-kwargs source, with a secret passed in code turned into an ``AtlasSecret`` at once.
+
+    pydantic-settings logs each source's raw output under ``PYDANTIC_SETTINGS_DEBUG``;
+    ``AtlasSecrets(signing_secret="x")`` must show up there masked, like every other value.
+    """
+
+    def __call__(self) -> dict[str, Any]:
+        return {
+            name: AtlasSecret(value) if name in _SECRET_FIELDS and isinstance(value, str) else value
+            for name, value in self._inner().items()
+        }
 
 
 class AtlasSecrets(BaseSettings):
@@ -138,7 +159,7 @@ class AtlasSecrets(BaseSettings):
         """Init kwargs first, then the guarded secret source; env, ``.env`` and secrets dirs only for
         the app's own fields."""
         return (
-            init_settings,
+            _MaskedInit(init_settings),
             AtlasSecretsSource(settings_cls),
             _WithoutSecretFields(env_settings),
             _WithoutSecretFields(dotenv_settings),
