@@ -130,13 +130,6 @@ CASES: list[Case] = [
         key=API_KEY_SHAPED,
         raises=SecretNotAllowedError,
         absent=(API_KEY_SHAPED,),
-        marks=(
-            pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="leak: _keys.describe() echoes any [A-Za-z0-9_.-]{1,64} string, API keys included",
-            ),
-        ),
     ),
     # -- per-call options ----------
     Case("option-ttl-nan", options={"cache_ttl": float("nan")}, match="cache_ttl"),
@@ -167,26 +160,11 @@ CASES: list[Case] = [
         "attempts-superscript-digit",
         {"ATLAS_SECRETS_MAX_ATTEMPTS": "\u00b2"},
         match="ATLAS_SECRETS_MAX_ATTEMPTS",
-        marks=(
-            pytest.mark.xfail(
-                strict=True,
-                raises=ValueError,
-                reason="bug: str.isdigit() accepts '²' and int() then raises a bare ValueError",
-            ),
-        ),
     ),
     Case(
         "retry-delay-1e300",
         {"ATLAS_SECRETS_RETRY_DELAY": "1e300"},
         match="ATLAS_SECRETS_RETRY_DELAY",
-        marks=(
-            pytest.mark.xfail(
-                strict=True,
-                raises=SecretNotFoundError,  # accepted, so the read goes on to the (empty) vault
-                reason="bug: durations have no upper bound; with a transient fault the first retry "
-                "raises OverflowError (and 1e6 would sleep 11 days)",
-            ),
-        ),
     ),
     Case(
         "per-key-ttl-lowercase-suffix",

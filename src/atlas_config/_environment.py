@@ -82,8 +82,19 @@ class Environment:
         return self.vault_url is not None
 
 
-def seconds(value: float | timedelta, what: str, *, allow_zero: bool = True) -> float:
-    """Normalise a duration given as seconds or ``timedelta``; refuse NaN, inf and negatives."""
+# Upper bounds for durations. Beyond them a value is a typo, and an unbounded
+# back-off overflows or sleeps for days inside a read.
+DAY: Final = 86_400.0
+MAX_TTL: Final = 30 * DAY
+MAX_RETRY_DELAY: Final = 60.0
+MAX_TIMEOUT: Final = 300.0
+MAX_COOLDOWN: Final = DAY
+MAX_WARNING: Final = 365 * DAY
+_MIN_TIMEOUT: Final = 0.01
+
+
+def seconds(value: float | timedelta, what: str, *, maximum: float, minimum: float = 0.0) -> float:
+    """Normalise seconds or a ``timedelta``; refuse NaN, negatives and out-of-range values."""
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -91,9 +102,10 @@ def seconds(value: float | timedelta, what: str, *, allow_zero: bool = True) -> 
             f"{what} must be a number of seconds or a timedelta, not {type(value).__name__}"
         )
     value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(f"{what} must be a finite number of seconds {bound}, got {value!r}")
+    if not math.isfinite(value) or value < minimum or value > maximum:
+        raise ConfigurationError(
+            f"{what} must be a number of seconds from {minimum:g} to {maximum:g}, got {value!r}"
+        )
     return value
 
 
@@ -103,26 +115,28 @@ def attempts(value: object, what: str) -> int:
     return value
 
 
-def _env_seconds(environ: Mapping[str, str], name: str, default: float, *, allow_zero: bool = True) -> float:
+def _env_seconds(
+    environ: Mapping[str, str], name: str, default: float, *, maximum: float, minimum: float = 0.0
+) -> float:
     raw = environ.get(name, "").strip()
-    return _parse_seconds(name, raw, allow_zero=allow_zero) if raw else default
+    return _parse_seconds(name, raw, maximum=maximum, minimum=minimum) if raw else default
 
 
-def _parse_seconds(name: str, raw: str, *, allow_zero: bool = True) -> float:
+def _parse_seconds(name: str, raw: str, *, maximum: float, minimum: float = 0.0) -> float:
     try:
         number = float(raw)
     except ValueError:
         raise ConfigurationError(
             f"{name}={_show(raw)} is not a number of seconds; set it to e.g. 300"
         ) from None
-    return seconds(number, name, allow_zero=allow_zero)
+    return seconds(number, name, maximum=maximum, minimum=minimum)
 
 
 def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
     raw = environ.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # isdigit() alone accepts superscripts
         raise ConfigurationError(f"{name}={_show(raw)} is not a whole number; set it to e.g. {default}")
     return attempts(int(raw), name)
 
@@ -249,21 +263,23 @@ def _per_key(environ: Mapping[str, str], prefix: str) -> dict[str, str]:
 
 def _defaults(environ: Mapping[str, str]) -> Defaults:
     key_ttl = {
-        key: _parse_seconds(f"ATLAS_SECRETS_CACHE_TTL__{env_name(key)}", raw)
+        key: _parse_seconds(f"ATLAS_SECRETS_CACHE_TTL__{env_name(key)}", raw, maximum=MAX_TTL)
         for key, raw in _per_key(environ, "ATLAS_SECRETS_CACHE_TTL").items()
     }
     key_version = _per_key(environ, "ATLAS_SECRETS_VERSION")
     for key, version in key_version.items():
         check_version(version, f"ATLAS_SECRETS_VERSION__{env_name(key)}")
     return Defaults(
-        cache_ttl=_env_seconds(environ, "ATLAS_SECRETS_CACHE_TTL", 300.0),
+        cache_ttl=_env_seconds(environ, "ATLAS_SECRETS_CACHE_TTL", 300.0, maximum=MAX_TTL),
         max_attempts=_env_int(environ, "ATLAS_SECRETS_MAX_ATTEMPTS", 3),
-        retry_delay=_env_seconds(environ, "ATLAS_SECRETS_RETRY_DELAY", 1.0),
-        max_stale=_env_seconds(environ, "ATLAS_SECRETS_MAX_STALE", 3600.0),
+        retry_delay=_env_seconds(environ, "ATLAS_SECRETS_RETRY_DELAY", 1.0, maximum=MAX_RETRY_DELAY),
+        max_stale=_env_seconds(environ, "ATLAS_SECRETS_MAX_STALE", 3600.0, maximum=MAX_TTL),
         breaker_threshold=_env_int(environ, "ATLAS_SECRETS_BREAKER_THRESHOLD", 5),
-        breaker_cooldown=_env_seconds(environ, "ATLAS_SECRETS_BREAKER_COOLDOWN", 30.0),
-        expiry_warning=_env_seconds(environ, "ATLAS_SECRETS_EXPIRY_WARNING", 7 * 24 * 3600.0),
-        timeout=_env_seconds(environ, "ATLAS_SECRETS_TIMEOUT", 10.0, allow_zero=False),
+        breaker_cooldown=_env_seconds(environ, "ATLAS_SECRETS_BREAKER_COOLDOWN", 30.0, maximum=MAX_COOLDOWN),
+        expiry_warning=_env_seconds(environ, "ATLAS_SECRETS_EXPIRY_WARNING", 7 * DAY, maximum=MAX_WARNING),
+        timeout=_env_seconds(
+            environ, "ATLAS_SECRETS_TIMEOUT", 10.0, maximum=MAX_TIMEOUT, minimum=_MIN_TIMEOUT
+        ),
         key_ttl=key_ttl,
         key_version=key_version,
     )

@@ -30,7 +30,15 @@ from . import _clock
 from ._backends import Fetched
 from ._breaker import CircuitBreaker, CircuitOpenError
 from ._env import EnvBackend
-from ._environment import Environment, attempts, check_version, load_environment, seconds
+from ._environment import (
+    MAX_RETRY_DELAY,
+    MAX_TTL,
+    Environment,
+    attempts,
+    check_version,
+    load_environment,
+    seconds,
+)
 from ._errors import AtlasConfigError, SecretFetchError, SecretNotFoundError
 from ._keys import env_name
 from ._keyvault import KeyVaultBackend, retry_after
@@ -179,9 +187,11 @@ class Resolver:
         d = self.environment().defaults
         pinned = d.key_version.get(key) if version is None else check_version(version, "version")
         return ReadOptions(
-            ttl=d.ttl_for(key) if cache_ttl is None else seconds(cache_ttl, "cache_ttl"),
+            ttl=d.ttl_for(key) if cache_ttl is None else seconds(cache_ttl, "cache_ttl", maximum=MAX_TTL),
             max_attempts=d.max_attempts if max_attempts is None else attempts(max_attempts, "max_attempts"),
-            retry_delay=d.retry_delay if retry_delay is None else seconds(retry_delay, "initial_retry_delay"),
+            retry_delay=d.retry_delay
+            if retry_delay is None
+            else seconds(retry_delay, "initial_retry_delay", maximum=MAX_RETRY_DELAY),
             max_stale=d.max_stale,
             version=pinned,
         )
