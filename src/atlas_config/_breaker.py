@@ -42,10 +42,11 @@ class CircuitBreaker:
             if waited >= self.cooldown and not self._probing:
                 self._probing = True
                 return True
-        left = max(0.0, self.cooldown - waited)
+        left = self.cooldown - waited
+        paused = f"paused for {left:.0f}s more" if left > 0 else "paused while one probe request checks it"
         raise CircuitOpenError(
-            f"secret {key!r}: Key Vault {self.vault_url} failed {self.threshold} times in a row, so calls are "
-            f"paused for {left:.0f}s more (circuit breaker); a cached value is served if there is one"
+            f"secret {key!r}: Key Vault {self.vault_url} failed {self.threshold} times in a row, "
+            f"so calls are {paused} (circuit breaker); a cached value is served if there is one"
         )
 
     def success(self) -> None:
@@ -67,6 +68,13 @@ class CircuitBreaker:
             self._probing = False
         if newly_open:
             emit(TelemetryEvent("Secret.Circuit.Open", source="keyvault", detail=self.vault_url))
+
+    def abandon(self, probe: bool) -> None:
+        """The call ended without an answer (cancelled, interrupted): if it was the probe, the next
+        call probes instead, or the breaker would stay open for good."""
+        if probe:
+            with self._lock:
+                self._probing = False
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()

@@ -287,10 +287,13 @@ class Resolver:
             raise exc
         if entry is not None:
             now = _clock.now()
-            if now < entry.valid_until and now - entry.fetched_at < opts.ttl + opts.max_stale:
-                self.stale_served += 1
+            age = now - entry.fetched_at
+            if now < entry.valid_until and age < opts.ttl + opts.max_stale:
                 # Wait a full TTL before refreshing ahead again, so a dead vault is not hammered.
                 entry.refresh_at = 1.0
+                if age < opts.ttl:
+                    return entry.value  # a refresh-ahead failed; the value is not stale yet
+                self.stale_served += 1
                 emit(
                     TelemetryEvent(
                         "Secret.Cache.Stale",
@@ -432,7 +435,7 @@ class Resolver:
         if vault is None:
             return self._after_vault(key, None)
         breaker = self.breaker(vault.vault_url)
-        started, attempt = _clock.now(), 0
+        started, attempt, probe = _clock.now(), 0, False
         try:
             probe = breaker.before_call(key)
             for attempt_ctx in self._retry(opts, probe):
@@ -444,6 +447,9 @@ class Resolver:
         except AtlasConfigError as exc:
             self._vault_done(key, breaker, started, attempt, exc)
             return self._after_vault(key, exc)
+        except BaseException:
+            breaker.abandon(probe)
+            raise
         self._vault_done(key, breaker, started, attempt, fetched)
         return fetched
 
@@ -456,7 +462,7 @@ class Resolver:
         if vault is None:
             return self._after_vault(key, None)
         breaker = self.breaker(vault.vault_url)
-        started, attempt = _clock.now(), 0
+        started, attempt, probe = _clock.now(), 0, False
         try:
             probe = breaker.before_call(key)
             async for attempt_ctx in self._retry(opts, probe):
@@ -468,6 +474,9 @@ class Resolver:
         except AtlasConfigError as exc:
             self._vault_done(key, breaker, started, attempt, exc)
             return self._after_vault(key, exc)
+        except BaseException:
+            breaker.abandon(probe)
+            raise
         self._vault_done(key, breaker, started, attempt, fetched)
         return fetched
 
