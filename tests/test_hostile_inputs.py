@@ -233,14 +233,33 @@ CASES: list[Case] = [
         raises=SecretNotFoundError,
         match="empty",
     ),
-    # No size limit outside mounted files and Key Vault (both 25 KB): returned as-is.
-    Case("value-30kb-env", {**NO_VAULT, "SIGNING_SECRET": BIG_ENV_VALUE}, raises=None, returns=BIG_ENV_VALUE),
+    # Over Key Vault's 25 KB: it would work in development and could never be deployed.
+    Case(
+        "value-30kb-env",
+        {**NO_VAULT, "SIGNING_SECRET": BIG_ENV_VALUE},
+        match=r"SIGNING_SECRET in the environment is larger than 25600 bytes",
+        absent=("v" * 16,),
+        at_read=True,
+    ),
     Case(
         "value-200kb-dotenv",
         NO_VAULT,
         _dotenv(f"SIGNING_SECRET={HUGE_DOTENV_VALUE}\n"),
+        match=r"SIGNING_SECRET in \.env is larger than 25600 bytes",
+        absent=("w" * 16,),
+        at_read=True,
+    ),
+    Case(
+        "value-exactly-25kb-env",
+        {**NO_VAULT, "SIGNING_SECRET": "x" * 25600},
         raises=None,
-        returns=HUGE_DOTENV_VALUE,
+        returns="x" * 25600,
+    ),
+    Case(
+        "value-25kb-multibyte-env",
+        {**NO_VAULT, "SIGNING_SECRET": "\u20ac" * (9 * 1024)},  # 9,216 characters, 27,648 bytes
+        match="larger than 25600 bytes",
+        at_read=True,
     ),
 ]
 

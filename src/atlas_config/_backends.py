@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
+
+#: Key Vault refuses secret values over 25 KB. A bigger value from a file or env could never be
+#: deployed to the vault, so every local source refuses it too.
+MAX_SECRET_BYTES: Final = 25 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ Never used in production (the resolver's plan decides that, in one place).
 file and line number (never the line, which may hold a value), because
 python-dotenv's usual warning-and-skip would silently drop a secret.
 Values are taken literally: no ``${VAR}`` expansion, so a ``$`` in a secret
-stays a ``$``.
+stays a ``$``. A value over Key Vault's 25 KB limit is refused: it works in
+development and could never be deployed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from ._backends import Fetched
+from ._backends import MAX_SECRET_BYTES, Fetched
 from ._errors import ConfigurationError
 from ._keys import env_name
 
@@ -58,12 +59,24 @@ class EnvBackend:
         name = env_name(key)
         environ = os.environ if self._environ is None else self._environ
         if name in environ:
-            return Fetched(environ[name], "env")
+            return _sized(key, name, Fetched(environ[name], "env"))
         root = Path.cwd() if self._root is None else self._root
         for filename in DOTENV_FILES:
             path = root / filename
             if path.is_file():
                 values = read_dotenv(path)
                 if name in values:
-                    return Fetched(values[name], filename)
+                    return _sized(key, name, Fetched(values[name], filename))
         return None
+
+
+def _sized(key: str, name: str, fetched: Fetched) -> Fetched:
+    # Cheap first: a str of at most MAX/4 characters cannot exceed MAX bytes in UTF-8.
+    value = fetched.value
+    if len(value) * 4 > MAX_SECRET_BYTES and len(value.encode(errors="surrogatepass")) > MAX_SECRET_BYTES:
+        where = "the environment" if fetched.source == "env" else fetched.source
+        raise ConfigurationError(
+            f"secret {key!r}: {name} in {where} is larger than {MAX_SECRET_BYTES} bytes, Key Vault's limit "
+            "for a secret, so it could never be deployed; check that the right value is set"
+        )
+    return fetched

@@ -26,11 +26,10 @@ import stat
 from pathlib import Path
 from typing import Final
 
-from ._backends import Fetched
+from ._backends import MAX_SECRET_BYTES, Fetched
 from ._errors import ConfigurationError
 
-#: Key Vault refuses secret values over 25 KB; a bigger file is not a secret we put there.
-MAX_FILE_BYTES: Final = 25 * 1024
+MAX_FILE_BYTES: Final = MAX_SECRET_BYTES
 
 # O_NOFOLLOW is applied to the already-resolved path, so it only trips if a
 # symlink was swapped in after resolving. O_NONBLOCK keeps a FIFO swapped in
