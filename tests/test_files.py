@@ -23,6 +23,7 @@ from atlas_config import (
     add_telemetry_handler,
     aget_secret,
     get_secret,
+    get_secret_cache_stats,
 )
 from atlas_config._files import MAX_FILE_BYTES
 from atlas_config._resolver import RESOLVER
@@ -402,6 +403,18 @@ def test_symlink_escaping_the_directory_is_refused(
     os.symlink(outside / KEY, production / KEY)
     err = _refused(KEY, "resolves outside ATLAS_SECRETS_DIR")
     assert canaries[KEY] not in str(err)
+
+
+def test_refused_file_is_a_fetch_failure(production: Path, tmp_path: Path) -> None:
+    """A refused file is announced like any failed fetch: a Secret.Fetch.Failure and the failure counter."""
+    events: list[TelemetryEvent] = []
+    add_telemetry_handler(events.append)
+    production.mkdir()
+    (production / KEY).mkdir()  # a directory where the file should be
+    _refused(KEY, "is a directory")
+    failures = [e for e in events if e.name == "Secret.Fetch.Failure"]
+    assert [(e.secret_key, e.source, e.error_type) for e in failures] == [(KEY, "file", "ConfigurationError")]
+    assert get_secret_cache_stats().fetch_failures == 1
 
 
 def test_data_symlink_escaping_the_directory_is_refused(

@@ -40,6 +40,7 @@ KEY = "signing-secret"
 OTHER = "model-provider-api-key"
 TTL = 100.0  # fake-clock seconds
 OUTAGE = [Fault(status=503)] * 3  # one resolution's worth: max_attempts is 3
+STALE_WINDOW = 30.0  # after a stale serve, reads skip the vault this long: min(TTL, cooldown 30 s)
 FAST = 0.15  # generous bound for "did not wait for a 0.3 s vault"
 
 Read = Callable[..., str]
@@ -169,7 +170,8 @@ def test_outage_after_warmup_serves_stale(
         "SecretFetchError",
     )
     assert stale[0].version == captured.named("Secret.Fetch.Success")[0].version
-    assert get_secret_cache_stats().stale_served == 1
+    stats = get_secret_cache_stats()
+    assert (stats.stale_served, stats.retries, stats.fetch_failures) == (1, 2, 1)
 
 
 def test_dropped_connections_serve_stale(
@@ -200,14 +202,75 @@ def test_async_dropped_connection_costs_one_get_per_attempt(kv: KeyVaultEmulator
 def test_vault_back_after_outage_is_read_again(
     kv: KeyVaultEmulator, clock: FakeClock, canaries: dict[str, str], read: Read
 ) -> None:
-    """Once the outage ends, the next read past the TTL fetches the vault's current value."""
+    """Once the outage ends, the first read after the stale window fetches the vault's current value."""
     read(KEY)
     clock.advance(TTL + 1)
     kv.inject(*OUTAGE)
     assert read(KEY) == canaries[KEY]
     kv.set_secret(KEY, "after-the-outage")
+    clock.advance(STALE_WINDOW)
     assert read(KEY) == "after-the-outage"
     assert gets(kv) == 5
+
+
+@pytest.mark.parametrize(("cooldown", "window"), [(30.0, 30.0), (500.0, TTL)], ids=["cooldown", "ttl"])
+def test_stale_window_spares_the_vault(
+    kv: KeyVaultEmulator,
+    clock: FakeClock,
+    canaries: dict[str, str],
+    captured: Captured,
+    monkeypatch: pytest.MonkeyPatch,
+    read: Read,
+    cooldown: float,
+    window: float,
+) -> None:
+    """After a failed refresh, reads get the stale value at once for min(TTL, breaker cooldown), with
+    no request to the vault (not even a token request), each announced; then one read tries again."""
+    monkeypatch.setenv("ATLAS_SECRETS_BREAKER_COOLDOWN", str(cooldown))
+    read(KEY)
+    clock.advance(TTL + 1)
+    kv.inject(*OUTAGE, *OUTAGE)
+    assert read(KEY) == canaries[KEY]
+    before = len(kv.requests)
+    for _ in range(10):
+        clock.advance((window - 1) / 10)
+        assert read(KEY) == canaries[KEY]
+    assert len(kv.requests) == before
+    stale = captured.named("Secret.Cache.Stale")
+    assert len(stale) == 11 and {e.error_type for e in stale} == {"SecretFetchError"}
+    assert get_secret_cache_stats().stale_served == 11
+    clock.advance(1)  # the window is over: this read waits for the vault (still failing)
+    assert read(KEY) == canaries[KEY]
+    assert gets(kv) == 7  # the warm-up, then two refreshes of three attempts
+    clock.advance(window)
+    kv.set_secret(KEY, "after-the-outage")
+    assert read(KEY) == "after-the-outage"
+
+
+def test_stale_window_never_serves_past_max_stale(
+    kv: KeyVaultEmulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window does not stretch max stale: a value TTL + max stale old is not served from it."""
+    monkeypatch.setenv("ATLAS_SECRETS_MAX_STALE", "10")
+    get_secret(KEY)
+    clock.advance(TTL + 5)
+    kv.inject(*OUTAGE, *OUTAGE)
+    get_secret(KEY)  # stale, opening a 30 s window
+    clock.advance(6)  # 111 s old: past TTL + max stale, inside the window
+    with pytest.raises(SecretFetchError, match="503"):
+        get_secret(KEY)
+    assert gets(kv) == 7
+
+
+def test_clear_ends_the_stale_window(kv: KeyVaultEmulator, clock: FakeClock) -> None:
+    """clear_secret_cache() forgets the stale value: the next read asks the vault."""
+    get_secret(KEY)
+    clock.advance(TTL + 1)
+    kv.inject(*OUTAGE)
+    get_secret(KEY)
+    clear_secret_cache()
+    kv.set_secret(KEY, "fresh")
+    assert get_secret(KEY) == "fresh"
 
 
 def test_stale_is_bounded_by_max_stale(
@@ -359,7 +422,7 @@ def trip(kv: KeyVaultEmulator, clock: FakeClock, read: Read) -> None:
     clock.advance(TTL + 1)
     kv.inject(*OUTAGE, *OUTAGE)
     read(KEY)
-    clock.advance(1)
+    clock.advance(STALE_WINDOW)  # inside the window a read would not ask the vault at all
     read(KEY)
 
 

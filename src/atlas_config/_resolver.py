@@ -60,7 +60,7 @@ _MAX_RETRY_AFTER: Final = 60.0
 
 @dataclass(slots=True)
 class Entry:
-    """A cached value. Mutable only in ``refresh_at`` (pushed back after a failed refresh)."""
+    """A cached value. Mutable only in ``refresh_at`` and ``stale_*`` (set after a failed refresh)."""
 
     value: str
     source: str
@@ -71,6 +71,10 @@ class Entry:
     # Monotonic deadline from Key Vault's ``exp``; inf when the secret never expires.
     valid_until: float
     pinned: bool
+    # After a failed refresh served this value stale: until then, reads get it without asking the
+    # vault again, so an outage costs one blocked read per window, not every read.
+    stale_until: float = 0.0
+    stale_error: str | None = None
 
     def __repr__(self) -> str:
         return f"Entry(value='**********', source={self.source!r}, version={self.version!r})"
@@ -232,7 +236,12 @@ class Resolver:
             return None
         now = _clock.now()
         age = now - entry.fetched_at
-        if now >= entry.valid_until or (not entry.pinned and age >= opts.ttl):
+        if now >= entry.valid_until:
+            return None
+        if not entry.pinned and age >= opts.ttl:
+            if now < entry.stale_until and age < opts.ttl + opts.max_stale:
+                self._emit_stale(key, entry, entry.stale_error)
+                return entry.value
             return None
         if not entry.pinned and age >= opts.ttl * entry.refresh_at:
             background(slot, opts)
@@ -293,18 +302,19 @@ class Resolver:
                 entry.refresh_at = 1.0
                 if age < opts.ttl:
                     return entry.value  # a refresh-ahead failed; the value is not stale yet
-                self.stale_served += 1
-                emit(
-                    TelemetryEvent(
-                        "Secret.Cache.Stale",
-                        key,
-                        entry.source,
-                        version=entry.version,
-                        error_type=type(exc).__name__,
-                    )
-                )
+                entry.stale_until = now + min(opts.ttl, self.environment().defaults.breaker_cooldown)
+                entry.stale_error = type(exc).__name__
+                self._emit_stale(key, entry, entry.stale_error)
                 return entry.value
         raise exc
+
+    def _emit_stale(self, key: str, entry: Entry, error_type: str | None) -> None:
+        self.stale_served += 1
+        emit(
+            TelemetryEvent(
+                "Secret.Cache.Stale", key, entry.source, version=entry.version, error_type=error_type
+            )
+        )
 
     def clear(self) -> None:
         """Empty the cache (counters and clients stay)."""
@@ -361,7 +371,12 @@ class Resolver:
     def _before_vault(self, key: str, opts: ReadOptions) -> Fetched | None:
         """Mounted files come first; ``None`` means go on to the vault."""
         if self._files is not None and opts.version is None:
-            found = self._files.fetch(key)
+            try:
+                found = self._files.fetch(key)
+            except AtlasConfigError as exc:
+                self.fetch_failures += 1
+                emit(TelemetryEvent("Secret.Fetch.Failure", key, "file", 1, error_type=type(exc).__name__))
+                raise
             if found is not None:
                 return self._local_success(key, found)
         return None
@@ -390,7 +405,6 @@ class Resolver:
     def _retry_hook(self, exc: Exception) -> bool | float:
         if isinstance(exc, CircuitOpenError) or not isinstance(exc, SecretFetchError) or not exc.transient:
             return False
-        self.retries += 1
         wait = retry_after(exc)
         return True if wait is None else min(wait, _MAX_RETRY_AFTER)
 
@@ -442,6 +456,8 @@ class Resolver:
                 with attempt_ctx:
                     attempt = attempt_ctx.num
                     if attempt > 1:
+                        # Counted here, not in the retry hook: the hook also runs on the last failure.
+                        self.retries += 1
                         emit(TelemetryEvent("Secret.Fetch.Retry", key, "keyvault", attempt))
                     fetched = self._checked(key, vault.fetch(key, opts.version))
         except AtlasConfigError as exc:
@@ -469,6 +485,8 @@ class Resolver:
                 with attempt_ctx:
                     attempt = attempt_ctx.num
                     if attempt > 1:
+                        # Counted here, not in the retry hook: the hook also runs on the last failure.
+                        self.retries += 1
                         emit(TelemetryEvent("Secret.Fetch.Retry", key, "keyvault", attempt))
                     fetched = self._checked(key, await vault.afetch(key, opts.version))
         except AtlasConfigError as exc:
