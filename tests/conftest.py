@@ -5,13 +5,21 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
-from atlas_config import ALLOWED_SECRET_KEYS
+from atlas_config import (
+    ALLOWED_SECRET_KEYS,
+    RotationEvent,
+    TelemetryEvent,
+    add_rotation_handler,
+    add_telemetry_handler,
+)
 from atlas_config._keys import env_name
-from atlas_config.testing import KeyVaultEmulator, reset
+from atlas_config.testing import FakeClock, KeyVaultEmulator, reset
 
 _OWN_PREFIXES = ("ATLAS_", "KEYVAULT_", "AZURE_", "MSI_", "IDENTITY_", "IMDS_")
 
@@ -56,3 +64,37 @@ def seeded_production(production_keyvault: KeyVaultEmulator, canaries: dict[str,
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Millisecond retry delays, so retry tests do not sleep for seconds."""
     monkeypatch.setenv("ATLAS_SECRETS_RETRY_DELAY", "0.001")
+
+
+@pytest.fixture
+def clock() -> Iterator[FakeClock]:
+    """A fake clock, so TTLs, staleness and cooldowns pass without sleeping."""
+    with FakeClock() as fake:
+        yield fake
+
+
+@dataclass
+class Captured:
+    """Everything atlas-config said during a test: events, rotations and log lines."""
+
+    events: list[TelemetryEvent] = field(default_factory=list)
+    rotations: list[RotationEvent] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)
+
+    def named(self, name: str) -> list[TelemetryEvent]:
+        return [e for e in self.events if e.name == name]
+
+
+@pytest.fixture
+def captured() -> Iterator[Captured]:
+    """Telemetry and rotation handlers plus a loguru sink; logging is switched off again afterwards."""
+    seen = Captured()
+    add_telemetry_handler(seen.events.append)
+    add_rotation_handler(seen.rotations.append)
+    logger.enable("atlas_config")
+    sink = logger.add(lambda message: seen.logs.append(str(message)), level="DEBUG")
+    try:
+        yield seen
+    finally:
+        logger.remove(sink)
+        logger.disable("atlas_config")

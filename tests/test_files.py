@@ -6,12 +6,10 @@ import asyncio
 import itertools
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
-from loguru import logger
 
 from atlas_config import (
     AtlasSecrets,
@@ -19,7 +17,6 @@ from atlas_config import (
     RotationEvent,
     SecretNotFoundError,
     TelemetryEvent,
-    add_rotation_handler,
     add_telemetry_handler,
     aget_secret,
     get_secret,
@@ -28,6 +25,7 @@ from atlas_config import (
 from atlas_config._files import MAX_FILE_BYTES
 from atlas_config._resolver import RESOLVER
 from atlas_config.testing import FakeClock, KeyVaultEmulator
+from conftest import Captured
 
 KEY = "signing-secret"
 _stamps = itertools.count()
@@ -103,40 +101,6 @@ def production(mount: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Production with only ATLAS_SECRETS_DIR: no vault, no env."""
     monkeypatch.setenv("ATLAS_ENV", "production")
     return mount
-
-
-@pytest.fixture
-def clock() -> Iterator[FakeClock]:
-    """A fake clock, so TTLs pass without sleeping."""
-    with FakeClock() as fake:
-        yield fake
-
-
-@dataclass
-class Captured:
-    """Everything atlas-config said during a test: events, rotations and log lines."""
-
-    events: list[TelemetryEvent] = field(default_factory=list)
-    rotations: list[RotationEvent] = field(default_factory=list)
-    logs: list[str] = field(default_factory=list)
-
-    def named(self, name: str) -> list[TelemetryEvent]:
-        return [e for e in self.events if e.name == name]
-
-
-@pytest.fixture
-def captured() -> Iterator[Captured]:
-    """Telemetry and rotation handlers plus a loguru sink; logging is switched off again afterwards."""
-    seen = Captured()
-    add_telemetry_handler(seen.events.append)
-    add_rotation_handler(seen.rotations.append)
-    logger.enable("atlas_config")
-    sink = logger.add(lambda message: seen.logs.append(str(message)), level="DEBUG")
-    try:
-        yield seen
-    finally:
-        logger.remove(sink)
-        logger.disable("atlas_config")
 
 
 def version_of(key: str = KEY) -> str | None:

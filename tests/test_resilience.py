@@ -7,13 +7,11 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
-from loguru import logger
 
 import atlas_config
 from atlas_config import (
@@ -24,9 +22,7 @@ from atlas_config import (
     SecretFetchError,
     SecretNotFoundError,
     SecretOptions,
-    TelemetryEvent,
     add_rotation_handler,
-    add_telemetry_handler,
     aget_secret,
     clear_secret_cache,
     get_secret,
@@ -35,6 +31,7 @@ from atlas_config import (
 from atlas_config._breaker import CircuitOpenError
 from atlas_config._resolver import RESOLVER
 from atlas_config.testing import FakeClock, Fault, KeyVaultEmulator
+from conftest import Captured
 
 KEY = "signing-secret"
 OTHER = "model-provider-api-key"
@@ -49,45 +46,11 @@ Read = Callable[..., str]
 # -- helpers and fixtures ---------------------------------------------------------------------------
 
 
-@dataclass
-class Captured:
-    """Everything atlas-config said during a test: events, rotations and log lines."""
-
-    events: list[TelemetryEvent] = field(default_factory=list)
-    rotations: list[RotationEvent] = field(default_factory=list)
-    logs: list[str] = field(default_factory=list)
-
-    def named(self, name: str) -> list[TelemetryEvent]:
-        return [e for e in self.events if e.name == name]
-
-
-@pytest.fixture
-def captured() -> Iterator[Captured]:
-    """Telemetry and rotation handlers plus a loguru sink; logging is switched off again afterwards."""
-    seen = Captured()
-    add_telemetry_handler(seen.events.append)
-    add_rotation_handler(seen.rotations.append)
-    logger.enable("atlas_config")
-    sink = logger.add(lambda message: seen.logs.append(str(message)), level="DEBUG")
-    try:
-        yield seen
-    finally:
-        logger.remove(sink)
-        logger.disable("atlas_config")
-
-
 @pytest.fixture
 def kv(seeded: KeyVaultEmulator, fast_retries: None, monkeypatch: pytest.MonkeyPatch) -> KeyVaultEmulator:
     """The seeded dev emulator, a 100 s TTL and millisecond retries; no env fallback is set."""
     monkeypatch.setenv("ATLAS_SECRETS_CACHE_TTL", str(TTL))
     return seeded
-
-
-@pytest.fixture
-def clock() -> Iterator[FakeClock]:
-    """A fake clock, so TTLs, staleness and cooldowns pass without sleeping."""
-    with FakeClock() as fake:
-        yield fake
 
 
 def gets(kv: KeyVaultEmulator, name: str = KEY) -> int:
@@ -426,6 +389,14 @@ def trip(kv: KeyVaultEmulator, clock: FakeClock, read: Read) -> None:
     read(KEY)
 
 
+def slow_probe_due(kv: KeyVaultEmulator, clock: FakeClock) -> KeyVaultEmulator:
+    """Trip the breaker, let its cooldown pass, and make the probe's answer take a real second."""
+    trip(kv, clock, sync_read)
+    clock.advance(30)
+    kv.inject(Fault(delay=1.0))
+    return kv
+
+
 def test_breaker_stops_all_traffic_then_recovers(
     breaker_env: KeyVaultEmulator,
     clock: FakeClock,
@@ -518,10 +489,7 @@ def test_only_one_probe_goes_through(
     breaker_env: KeyVaultEmulator, clock: FakeClock, canaries: dict[str, str]
 ) -> None:
     """While the probe is in flight, other reads are refused at once rather than sent."""
-    kv = breaker_env
-    trip(kv, clock, sync_read)
-    clock.advance(30)
-    kv.inject(Fault(delay=1.0))
+    kv = slow_probe_due(breaker_env, clock)
     probe_result: list[str] = []
     probe = threading.Thread(target=lambda: probe_result.append(get_secret(KEY)))
     probe.start()
@@ -538,10 +506,7 @@ def test_cancelled_async_probe_does_not_wedge_the_breaker(
     breaker_env: KeyVaultEmulator, clock: FakeClock, canaries: dict[str, str]
 ) -> None:
     """A probe cancelled mid-request (a request timeout in an async app) lets a later read probe again."""
-    kv = breaker_env
-    trip(kv, clock, sync_read)
-    clock.advance(30)
-    kv.inject(Fault(delay=1.0))
+    kv = slow_probe_due(breaker_env, clock)
 
     async def cancel_the_probe() -> None:
         task = asyncio.create_task(aget_secret(OTHER))
