@@ -440,25 +440,33 @@ class Resolver:
         self.fetch_failures += 1
         emit(TelemetryEvent("Secret.Fetch.Failure", key, "keyvault", attempt, ms, type(result).__name__))
 
-    def fetch(self, key: str, opts: ReadOptions) -> Fetched:
-        """Fetch from the plan's sources, with retry; no caching."""
+    def _plan(self, key: str, opts: ReadOptions) -> Fetched | KeyVaultBackend:
+        """Mounted files first; then the vault to call, if one is configured; else env (dev) or raise."""
         found = self._before_vault(key, opts)
         if found is not None:
             return found
         vault = self.vault()
-        if vault is None:
-            return self._after_vault(key, None)
+        return self._after_vault(key, None) if vault is None else vault
+
+    def _attempt(self, key: str, attempt: int) -> int:
+        if attempt > 1:
+            # Counted here, not in the retry hook: the hook also runs on the last failure.
+            self.retries += 1
+            emit(TelemetryEvent("Secret.Fetch.Retry", key, "keyvault", attempt))
+        return attempt
+
+    def fetch(self, key: str, opts: ReadOptions) -> Fetched:
+        """Fetch from the plan's sources, with retry; no caching."""
+        vault = self._plan(key, opts)
+        if isinstance(vault, Fetched):
+            return vault
         breaker = self.breaker(vault.vault_url)
         started, attempt, probe = _clock.now(), 0, False
         try:
             probe = breaker.before_call(key)
             for attempt_ctx in self._retry(opts, probe):
                 with attempt_ctx:
-                    attempt = attempt_ctx.num
-                    if attempt > 1:
-                        # Counted here, not in the retry hook: the hook also runs on the last failure.
-                        self.retries += 1
-                        emit(TelemetryEvent("Secret.Fetch.Retry", key, "keyvault", attempt))
+                    attempt = self._attempt(key, attempt_ctx.num)
                     fetched = self._checked(key, vault.fetch(key, opts.version))
         except AtlasConfigError as exc:
             self._vault_done(key, breaker, started, attempt, exc)
@@ -471,23 +479,16 @@ class Resolver:
 
     async def afetch(self, key: str, opts: ReadOptions) -> Fetched:
         """``fetch`` through the ``aio`` client."""
-        found = self._before_vault(key, opts)
-        if found is not None:
-            return found
-        vault = self.vault()
-        if vault is None:
-            return self._after_vault(key, None)
+        vault = self._plan(key, opts)
+        if isinstance(vault, Fetched):
+            return vault
         breaker = self.breaker(vault.vault_url)
         started, attempt, probe = _clock.now(), 0, False
         try:
             probe = breaker.before_call(key)
             async for attempt_ctx in self._retry(opts, probe):
                 with attempt_ctx:
-                    attempt = attempt_ctx.num
-                    if attempt > 1:
-                        # Counted here, not in the retry hook: the hook also runs on the last failure.
-                        self.retries += 1
-                        emit(TelemetryEvent("Secret.Fetch.Retry", key, "keyvault", attempt))
+                    attempt = self._attempt(key, attempt_ctx.num)
                     fetched = self._checked(key, await vault.afetch(key, opts.version))
         except AtlasConfigError as exc:
             self._vault_done(key, breaker, started, attempt, exc)
