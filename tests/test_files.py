@@ -22,7 +22,7 @@ from atlas_config import (
     get_secret,
     get_secret_cache_stats,
 )
-from atlas_config._files import MAX_FILE_BYTES
+from atlas_config._backends import MAX_SECRET_BYTES
 from atlas_config._resolver import RESOLVER
 from atlas_config.testing import FakeClock, KeyVaultEmulator
 from conftest import Captured
@@ -230,8 +230,8 @@ def test_empty_file_is_not_a_secret(production: Path, content: str) -> None:
 
 def test_file_of_exactly_the_limit_is_served(production: Path) -> None:
     """A file of exactly 25 KB, Key Vault's own limit, is accepted."""
-    flat_layout(production, {KEY: "x" * MAX_FILE_BYTES})
-    assert get_secret(KEY) == "x" * MAX_FILE_BYTES
+    flat_layout(production, {KEY: "x" * MAX_SECRET_BYTES})
+    assert get_secret(KEY) == "x" * MAX_SECRET_BYTES
 
 
 # -- rotation --------------------------------------------------------------------------------------------
@@ -406,9 +406,9 @@ def test_oversize_file_is_refused(
     layout: Callable[[Path, Mapping[str, str | bytes]], Path], production: Path, canaries: dict[str, str]
 ) -> None:
     """A file over 25 KB is refused, naming the limit and not the content."""
-    big = canaries[KEY] + "x" * MAX_FILE_BYTES
+    big = canaries[KEY] + "x" * MAX_SECRET_BYTES
     layout(production, {KEY: big})
-    err = _refused(KEY, f"larger than {MAX_FILE_BYTES} bytes")
+    err = _refused(KEY, f"larger than {MAX_SECRET_BYTES} bytes")
     assert canaries[KEY] not in str(err)
 
 
@@ -501,7 +501,7 @@ def test_no_canary_in_errors_logs_or_telemetry(
 
     messages: list[str] = []
     unsafe = [  # oversize, world-writable, not UTF-8: each holding the canary
-        ((canaries[KEY] + "x" * MAX_FILE_BYTES).encode(), 0o644),
+        ((canaries[KEY] + "x" * MAX_SECRET_BYTES).encode(), 0o644),
         (canaries[KEY].encode(), 0o666),
         (canaries[KEY].encode() + b"\xff", 0o644),
     ]

@@ -29,8 +29,6 @@ from typing import Final
 from ._backends import MAX_SECRET_BYTES, Fetched
 from ._errors import ConfigurationError
 
-MAX_FILE_BYTES: Final = MAX_SECRET_BYTES
-
 # O_NOFOLLOW is applied to the already-resolved path, so it only trips if a
 # symlink was swapped in after resolving. O_NONBLOCK keeps a FIFO swapped in
 # the same way from hanging the open; it changes nothing for regular files.
@@ -144,12 +142,12 @@ class FilesBackend:
             if _identity(opened)[:2] != _identity(before)[:2]:
                 raise _Moved
             _check_file(key, path, opened)
-            data = _read_at_most(fd, MAX_FILE_BYTES + 1)
+            data = _read_at_most(fd, MAX_SECRET_BYTES + 1)
             if _identity(os.fstat(fd)) != _identity(opened):
                 raise _Moved  # written to while we read: read it again
         finally:
             os.close(fd)
-        if len(data) > MAX_FILE_BYTES:
+        if len(data) > MAX_SECRET_BYTES:
             raise _too_large(key, path)
         try:
             text = data.decode("utf-8")
@@ -186,13 +184,13 @@ def _check_file(key: str, path: Path, st: os.stat_result) -> None:
         raise ConfigurationError(
             f"secret {key!r}: {path} is writable by other users; remove write access for others (chmod o-w)"
         )
-    if st.st_size > MAX_FILE_BYTES:
+    if st.st_size > MAX_SECRET_BYTES:
         raise _too_large(key, path)
 
 
 def _too_large(key: str, path: Path) -> ConfigurationError:
     return ConfigurationError(
-        f"secret {key!r}: {path} is larger than {MAX_FILE_BYTES} bytes (Key Vault's limit for a secret); "
+        f"secret {key!r}: {path} is larger than {MAX_SECRET_BYTES} bytes (Key Vault's limit for a secret); "
         "check that the right file is mounted"
     )
 

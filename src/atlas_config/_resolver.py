@@ -240,7 +240,7 @@ class Resolver:
             return None
         if not entry.pinned and age >= opts.ttl:
             if now < entry.stale_until and age < opts.ttl + opts.max_stale:
-                self._emit_stale(key, entry, entry.stale_error)
+                self._emit_stale(key, entry)
                 return entry.value
             return None
         if not entry.pinned and age >= opts.ttl * entry.refresh_at:
@@ -304,15 +304,15 @@ class Resolver:
                     return entry.value  # a refresh-ahead failed; the value is not stale yet
                 entry.stale_until = now + min(opts.ttl, self.environment().defaults.breaker_cooldown)
                 entry.stale_error = type(exc).__name__
-                self._emit_stale(key, entry, entry.stale_error)
+                self._emit_stale(key, entry)
                 return entry.value
         raise exc
 
-    def _emit_stale(self, key: str, entry: Entry, error_type: str | None) -> None:
+    def _emit_stale(self, key: str, entry: Entry) -> None:
         self.stale_served += 1
         emit(
             TelemetryEvent(
-                "Secret.Cache.Stale", key, entry.source, version=entry.version, error_type=error_type
+                "Secret.Cache.Stale", key, entry.source, version=entry.version, error_type=entry.stale_error
             )
         )
 
