@@ -40,6 +40,7 @@ from ._environment import (
     seconds,
 )
 from ._errors import AtlasConfigError, SecretFetchError, SecretNotFoundError
+from ._flight import AsyncSingleFlight, SingleFlight
 from ._keys import env_name
 from ._keyvault import KeyVaultBackend, retry_after
 from ._telemetry import RotationEvent, TelemetryEvent, emit, emit_rotation, has_handlers
@@ -110,17 +111,6 @@ class ReadOptions:
     version: str | None = None
 
 
-class _Flight:
-    """One in-flight fetch that other threads wait on."""
-
-    __slots__ = ("done", "error", "value")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.value: str | None = None
-        self.error: BaseException | None = None
-
-
 class Resolver:
     """Process-wide state: the cache, the backends per vault, breakers and counters."""
 
@@ -141,10 +131,11 @@ class Resolver:
 
     def _init_concurrency(self) -> None:
         self._lock = threading.Lock()
-        self._flights: dict[Slot, _Flight] = {}
-        self._aflights: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[Slot, asyncio.Future[str]]
-        ] = weakref.WeakKeyDictionary()
+        self._flights: SingleFlight[Slot, str] = SingleFlight()
+        # asyncio futures belong to one loop: one set of flights per loop.
+        self._aflights: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncSingleFlight[Slot, str]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._refreshing: set[Slot] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -511,31 +502,13 @@ class Resolver:
         return self._resolve(key, opts)
 
     def _resolve(self, key: str, opts: ReadOptions) -> str:
-        slot = (key, opts.version)
-        with self._lock:
-            flight = self._flights.get(slot)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[slot] = _Flight()
-        if not leader:
-            flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            assert flight.value is not None
-            return flight.value
+        return self._flights.run((key, opts.version), lambda: self._fetch_and_store(key, opts))
+
+    def _fetch_and_store(self, key: str, opts: ReadOptions) -> str:
         try:
-            try:
-                flight.value = self._store(key, opts, self.fetch(key, opts))
-            except AtlasConfigError as exc:
-                flight.value = self._stale_or_raise(key, opts, exc)
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        finally:
-            with self._lock:
-                self._flights.pop(slot, None)
-            flight.done.set()
-        return flight.value
+            return self._store(key, opts, self.fetch(key, opts))
+        except AtlasConfigError as exc:
+            return self._stale_or_raise(key, opts, exc)
 
     def _refresh_in_background(self, slot: Slot, opts: ReadOptions) -> None:
         with self._lock:
@@ -567,35 +540,21 @@ class Resolver:
         emit(TelemetryEvent("Secret.Cache.Miss", key, version=opts.version))
         return await self._aresolve(key, opts)
 
-    def _loop_flights(self) -> dict[Slot, asyncio.Future[str]]:
+    def _loop_flights(self) -> AsyncSingleFlight[Slot, str]:
         loop = asyncio.get_running_loop()
         flights = self._aflights.get(loop)
         if flights is None:
-            flights = self._aflights[loop] = {}
+            flights = self._aflights[loop] = AsyncSingleFlight()
         return flights
 
     async def _aresolve(self, key: str, opts: ReadOptions) -> str:
-        slot = (key, opts.version)
-        flights = self._loop_flights()
-        existing = flights.get(slot)
-        if existing is not None:
-            # shield: one impatient reader's cancellation must not cancel the others' fetch.
-            return await asyncio.shield(existing)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        flights[slot] = future
+        return await self._loop_flights().run((key, opts.version), lambda: self._afetch_and_store(key, opts))
+
+    async def _afetch_and_store(self, key: str, opts: ReadOptions) -> str:
         try:
-            try:
-                value = self._store(key, opts, await self.afetch(key, opts))
-            except AtlasConfigError as exc:
-                value = self._stale_or_raise(key, opts, exc)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: followers may be none
-            raise
-        finally:
-            flights.pop(slot, None)
-        future.set_result(value)
-        return value
+            return self._store(key, opts, await self.afetch(key, opts))
+        except AtlasConfigError as exc:
+            return self._stale_or_raise(key, opts, exc)
 
     def _arefresh_in_background(self, slot: Slot, opts: ReadOptions) -> None:
         if slot in self._refreshing or slot in self._loop_flights():
