@@ -154,9 +154,10 @@ latency, alternating which side goes first; medians.
 Requests per cold start: atlas-config {ours_requests}; pydantic-settings {theirs_requests}.
 pydantic-settings lists the whole vault (25 per page, one page after another) and then GETs the
 secrets its fields name, one after another. atlas-config never lists (its identity needs only
-`get`) and GETs the allowlisted keys concurrently. It pays a challenge and a token request per
-secret, because its three first requests go out together and neither the SDK nor azure-identity
-shares an in-flight challenge or token request.
+`get`) and GETs the allowlisted keys concurrently. It pays a challenge round trip per secret,
+because its three first requests go out together and the SDK does not share an in-flight
+challenge; the token request is shared (one per cold start), so a pod of workers starting
+together does not run into the managed-identity endpoint's throttling.
 
 | Latency | atlas-config | pydantic-settings | Ratio |
 |---:|---:|---:|---:|

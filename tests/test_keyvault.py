@@ -241,3 +241,30 @@ def test_async_revoked_token_recovers(seeded: KeyVaultEmulator, canaries: dict[s
             await atlas_config.aclose()
 
     assert asyncio.run(main()) == canaries["signing-secret"]
+
+
+def test_cold_prefetch_makes_one_token_request(
+    seeded_production: KeyVaultEmulator, canaries: dict[str, str]
+) -> None:
+    """Three secrets read at once share one managed-identity token request (the endpoint throttles)."""
+    seeded_production.latency = 0.05  # the three first requests overlap
+    settings = AtlasSecrets().prefetch()
+    assert settings.signing_secret.get_secret_value() == canaries["signing-secret"]
+    assert len(seeded_production.token_requests()) == 1
+    assert sum(1 for r in seeded_production.requests if r.operation == "get" and r.authenticated) == 3
+
+
+def test_async_cold_prefetch_makes_one_token_request(
+    seeded_production: KeyVaultEmulator, canaries: dict[str, str]
+) -> None:
+    """aprefetch's three tasks share one token request too (azure-core's async auth policy locks)."""
+    seeded_production.latency = 0.05
+
+    async def main() -> None:
+        try:
+            await AtlasSecrets().aprefetch()
+        finally:
+            await atlas_config.aclose()
+
+    asyncio.run(main())
+    assert len(seeded_production.token_requests()) == 1

@@ -11,7 +11,7 @@ import asyncio
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from ._errors import (
     SecretFetchError,
     SecretNotFoundError,
 )
+from ._flight import SingleFlight
 
 if TYPE_CHECKING:
     from azure.keyvault.secrets import KeyVaultSecret, SecretClient
@@ -115,6 +116,47 @@ def _to_fetched(secret: KeyVaultSecret) -> Fetched:
     )
 
 
+def _token_key(scopes: tuple[str, ...], options: Any) -> Hashable:
+    return scopes, tuple(sorted((options or {}).items()))
+
+
+class _SharedTokens:
+    """A credential whose concurrent token requests share one.
+
+    azure-identity caches a token once it has one, but callers that ask at
+    the same moment each go to the token endpoint: a cold start reading three
+    secrets at once made three requests, a pod of workers several times that,
+    and the managed-identity endpoint throttles. The waiters share the first
+    request's token or its error; later calls hit the credential's own cache.
+    (Only the sync client needs this: azure-core's async auth policy already
+    holds a lock around its token request.)
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._flights: SingleFlight[Hashable, Any] = SingleFlight()
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        return self._flights.run(
+            _token_key(scopes, options), lambda: self.inner.get_token_info(*scopes, options=options)
+        )
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        return self._flights.run(
+            ("get_token", _token_key(scopes, kwargs)), lambda: self.inner.get_token(*scopes, **kwargs)
+        )
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> _SharedTokens:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.inner.__exit__(*exc_info)
+
+
 def _import_azure_error(exc: ImportError) -> ConfigurationError:
     return ConfigurationError(
         f"the Azure SDK could not be imported ({exc.name}); install atlas-config with its dependencies "
@@ -158,7 +200,7 @@ class KeyVaultBackend:
                         from azure.keyvault.secrets import SecretClient
                     except ImportError as exc:
                         raise _import_azure_error(exc) from exc
-                    self._credential = DefaultAzureCredential()
+                    self._credential = _SharedTokens(DefaultAzureCredential())
                     self._client = SecretClient(self.vault_url, self._credential, **self._client_kwargs())
         return self._client
 
@@ -175,6 +217,8 @@ class KeyVaultBackend:
                 from azure.keyvault.secrets.aio import SecretClient as AsyncSecretClient
             except ImportError as exc:
                 raise _import_azure_error(exc) from exc
+            # No _SharedTokens here: azure-core's async auth policy already holds a lock
+            # around token requests, so concurrent tasks make one.
             credential = DefaultAzureCredential()
             kwargs = self._client_kwargs()
             # aiohttp builds its default SSL context once, when it is first
@@ -218,7 +262,7 @@ class KeyVaultBackend:
 
     def credential_name(self) -> str | None:
         """Which credential of ``DefaultAzureCredential``'s chain produced the last token, if known."""
-        successful = getattr(self._credential, "_successful_credential", None)
+        successful = getattr(getattr(self._credential, "inner", None), "_successful_credential", None)
         return type(successful).__name__ if successful is not None else None
 
     def close(self) -> None:
