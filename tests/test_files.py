@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from atlas_config import (
     AtlasSecrets,
@@ -125,6 +126,46 @@ def test_production_serves_mounted_files_without_a_vault(production: Path, canar
     assert entry.source == "file"
     assert entry.version is not None
     assert entry.version.startswith("file-")
+
+
+def test_secrets_dir_set_in_code(
+    production: Path, canaries: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """atlas_secrets_dir on a subclass does what ATLAS_SECRETS_DIR does, for the model and get_secret."""
+    monkeypatch.delenv("ATLAS_SECRETS_DIR")
+    atomic_layout(production, canaries)
+
+    class Settings(AtlasSecrets):
+        atlas_secrets_dir = production
+
+    with pytest.raises(ValidationError, match="ATLAS_SECRETS_DIR"):
+        AtlasSecrets()  # production, and the base class names no vault and no directory
+    assert Settings().signing_secret.get_secret_value() == canaries[KEY]
+    assert get_secret("model-provider-api-key") == canaries["model-provider-api-key"]
+
+
+def test_env_secrets_dir_overrides_the_one_in_code(
+    production: Path, canaries: dict[str, str], tmp_path: Path
+) -> None:
+    """The deployment wins: ATLAS_SECRETS_DIR replaces a directory set in code."""
+    atomic_layout(production, canaries)
+    elsewhere = flat_layout(tmp_path / "elsewhere", {KEY: "from-the-code-dir"})
+
+    class Settings(AtlasSecrets):
+        atlas_secrets_dir = str(elsewhere)
+
+    assert Settings().signing_secret.get_secret_value() == canaries[KEY]
+
+
+def test_secrets_dir_in_code_must_be_a_path(production: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A non-path atlas_secrets_dir is a ValidationError naming it, before any read."""
+    monkeypatch.delenv("ATLAS_SECRETS_DIR")
+
+    class Settings(AtlasSecrets):
+        atlas_secrets_dir = 42  # type: ignore[assignment]
+
+    with pytest.raises(ValidationError, match="atlas_secrets_dir must be a path"):
+        Settings()
 
 
 def test_async_reads_serve_mounted_files(production: Path, canaries: dict[str, str]) -> None:

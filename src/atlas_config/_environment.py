@@ -9,6 +9,7 @@ before any network I/O, so a hostile or mistyped setting fails with a
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -231,9 +232,19 @@ def _url_problem(raw: str) -> str | None:
     return None
 
 
-def _secrets_dir(environ: Mapping[str, str]) -> Path | None:
+def _secrets_dir(environ: Mapping[str, str], in_code: str | os.PathLike[str] | None) -> Path | None:
+    """``ATLAS_SECRETS_DIR``, else the directory set in code: the deployment can always override it."""
     raw = environ.get("ATLAS_SECRETS_DIR", "").strip()
-    return Path(raw) if raw else None
+    if raw:
+        return Path(raw)
+    if in_code is None:
+        return None
+    path = os.fspath(in_code) if isinstance(in_code, str | os.PathLike) else None
+    if not isinstance(path, str):
+        raise ConfigurationError(
+            f"atlas_secrets_dir must be a path (str or pathlib.Path), not {type(in_code).__name__}"
+        )
+    return Path(path.strip()) if path.strip() else None
 
 
 def _bool(environ: Mapping[str, str], name: str) -> bool:
@@ -295,8 +306,13 @@ def check_version(version: object, what: str) -> str:
     return version.lower()
 
 
-def load_environment(environ: Mapping[str, str]) -> Environment:
-    """Decide everything from ``environ``; raise ``ConfigurationError`` / ``ProductionGuardError`` early."""
+def load_environment(
+    environ: Mapping[str, str], *, secrets_dir: str | os.PathLike[str] | None = None
+) -> Environment:
+    """Decide everything from ``environ``; raise ``ConfigurationError`` / ``ProductionGuardError`` early.
+
+    ``secrets_dir`` is ``AtlasSecrets.atlas_secrets_dir``, used when ``ATLAS_SECRETS_DIR`` is unset.
+    """
     production, reason = decide_production(environ)
     name = environ.get("KEYVAULT_NAME", "").strip()
     url = environ.get("KEYVAULT_URL", "").strip()
@@ -311,8 +327,8 @@ def load_environment(environ: Mapping[str, str]) -> Environment:
                 "KEYVAULT_NAME and KEYVAULT_URL name different vaults; set only one of them"
             )
         vault_url = from_url
-    secrets_dir = _secrets_dir(environ)
-    if production and vault_url is None and secrets_dir is None:
+    mounted = _secrets_dir(environ, secrets_dir)
+    if production and vault_url is None and mounted is None:
         raise ProductionGuardError(
             f"production is on ({reason}) but no vault is configured, and env vars are never used for "
             "secrets in production; set KEYVAULT_NAME (or KEYVAULT_URL, or ATLAS_SECRETS_DIR for "
@@ -323,7 +339,7 @@ def load_environment(environ: Mapping[str, str]) -> Environment:
         production_reason=reason,
         vault_url=vault_url,
         verify_challenge_resource=verify or production,
-        secrets_dir=secrets_dir,
+        secrets_dir=mounted,
         defaults=_defaults(environ),
         prefetch=_bool(environ, "ATLAS_SECRETS_PREFETCH"),
     )

@@ -136,6 +136,8 @@ class AtlasSecrets(BaseSettings):
 
     #: Per-secret TTL / version pin / retry options, keyed by Key Vault name.
     atlas_secret_options: ClassVar[Mapping[str, SecretOptions]] = {}
+    #: Directory of platform-mounted secret files; ``ATLAS_SECRETS_DIR`` overrides it.
+    atlas_secrets_dir: ClassVar[str | os.PathLike[str] | None] = None
 
     # The factories matter to type checkers (AtlasSecrets() needs no arguments)
     # and keep the fields lazy even if a subclass replaces the sources.
@@ -168,7 +170,7 @@ class AtlasSecrets(BaseSettings):
 
     @model_validator(mode="after")
     def _configure(self) -> Self:
-        env = RESOLVER.configure(load_environment(os.environ))
+        env = RESOLVER.configure(load_environment(os.environ, secrets_dir=self.atlas_secrets_dir))
         unknown = set(self.atlas_secret_options) - set(ALLOWED_SECRET_KEYS)
         if unknown:
             raise ConfigurationError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from atlas_config import (
     AtlasSecrets,
@@ -21,6 +22,7 @@ from atlas_config import (
 class Settings(AtlasSecrets):
     port: int = 8000
     atlas_secret_options = {"signing-secret": SecretOptions(ttl=timedelta(minutes=1))}
+    atlas_secrets_dir = Path("/mnt/secrets")
 
 
 def handler(event: TelemetryEvent) -> None:
