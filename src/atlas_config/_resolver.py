@@ -231,7 +231,8 @@ class Resolver:
             return None
         if not entry.pinned and age >= opts.ttl:
             if now < entry.stale_until and age < opts.ttl + opts.max_stale:
-                self._emit_stale(key, entry)
+                # Logged once, when the refresh failed; at request rate the repeats are metrics.
+                self._emit_stale(key, entry, log=False)
                 return entry.value
             return None
         if not entry.pinned and age >= opts.ttl * entry.refresh_at:
@@ -299,13 +300,13 @@ class Resolver:
                 return entry.value
         raise exc
 
-    def _emit_stale(self, key: str, entry: Entry) -> None:
+    def _emit_stale(self, key: str, entry: Entry, *, log: bool = True) -> None:
         self.stale_served += 1
-        emit(
-            TelemetryEvent(
+        if log or has_handlers():
+            event = TelemetryEvent(
                 "Secret.Cache.Stale", key, entry.source, version=entry.version, error_type=entry.stale_error
             )
-        )
+            emit(event, log=log)
 
     def clear(self) -> None:
         """Empty the cache (counters and clients stay)."""

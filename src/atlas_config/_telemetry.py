@@ -141,9 +141,9 @@ def has_handlers() -> bool:
     return bool(_handlers)
 
 
-def emit(event: TelemetryEvent) -> None:
-    """Log ``event`` and hand it to every handler."""
-    if event.name != "Secret.Cache.Hit":
+def emit(event: TelemetryEvent, *, log: bool = True) -> None:
+    """Log ``event`` (unless ``log`` is false) and hand it to every handler."""
+    if log and event.name != "Secret.Cache.Hit":
         # Hits go to handlers and counters only: at request rate they are
         # metrics, not log lines.
         level = "WARNING" if event.name in _WARNINGS else "DEBUG"
