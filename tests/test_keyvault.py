@@ -268,3 +268,15 @@ def test_async_cold_prefetch_makes_one_token_request(
 
     asyncio.run(main())
     assert len(seeded_production.token_requests()) == 1
+
+
+def test_failed_token_request_is_shared_by_the_waiters(
+    seeded_production: KeyVaultEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers that wait on a failing token request get its error; they do not each ask again."""
+    monkeypatch.setenv("ATLAS_SECRETS_MAX_ATTEMPTS", "1")
+    seeded_production.inject_token_fault(*[Fault(status=400, delay=0.3)] * 10)  # slow: the others overlap
+    with pytest.raises(atlas_config.PrefetchError) as info:
+        AtlasSecrets().prefetch()
+    assert sorted(info.value.errors) == sorted(atlas_config.ALLOWED_SECRET_KEYS)
+    assert len(seeded_production.token_requests()) == 1
