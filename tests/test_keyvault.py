@@ -201,12 +201,12 @@ def test_empty_vault_value_is_an_error(seeded: KeyVaultEmulator) -> None:
 
 
 def test_import_loads_no_azure_until_first_vault_read() -> None:
-    """`import atlas_config` imports no Azure or aiohttp module (checked in a fresh interpreter)."""
+    """`import atlas_config` imports no Azure, aiohttp or retry module (checked in a fresh interpreter)."""
     import subprocess
 
     code = (
         "import sys, atlas_config; from atlas_config import AtlasSecrets;"
-        "bad=[m for m in sys.modules if m.startswith(('azure','aiohttp'))];"
+        "bad=[m for m in sys.modules if m.startswith(('azure','aiohttp','stamina','tenacity'))];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

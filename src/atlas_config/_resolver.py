@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 
-import stamina
-
 from . import _clock
 from ._backends import Fetched
 from ._breaker import CircuitBreaker, CircuitOpenError
@@ -46,6 +44,8 @@ from ._keyvault import KeyVaultBackend, retry_after
 from ._telemetry import RotationEvent, TelemetryEvent, emit, emit_rotation, has_handlers
 
 if TYPE_CHECKING:
+    import stamina
+
     from ._files import FilesBackend
 
 Slot = tuple[str, str | None]  # (key, pinned version or None for latest)
@@ -401,6 +401,9 @@ class Resolver:
         return True if wait is None else min(wait, _MAX_RETRY_AFTER)
 
     def _retry(self, opts: ReadOptions, probe: bool) -> stamina._core._RetryContextIterator:
+        # Imported here, on the vault path: stamina and tenacity are a tenth of `import atlas_config`.
+        import stamina
+
         return stamina.retry_context(
             on=self._retry_hook,
             attempts=1 if probe else opts.max_attempts,
