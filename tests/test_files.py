@@ -397,13 +397,19 @@ def _refused(key: str, match: str) -> ConfigurationError:
     return info.value
 
 
+def secret_outside(tmp_path: Path, value: str) -> Path:
+    """A directory outside ATLAS_SECRETS_DIR holding KEY's file, for a symlink to point at."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / KEY).write_text(value)
+    return outside
+
+
 def test_symlink_escaping_the_directory_is_refused(
     production: Path, canaries: dict[str, str], tmp_path: Path
 ) -> None:
     """A key symlinked to a file outside the directory is refused, without its content in the message."""
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    (outside / KEY).write_text(canaries[KEY])
+    outside = secret_outside(tmp_path, canaries[KEY])
     production.mkdir()
     os.symlink(outside / KEY, production / KEY)
     err = _refused(KEY, "resolves outside ATLAS_SECRETS_DIR")
@@ -426,9 +432,7 @@ def test_data_symlink_escaping_the_directory_is_refused(
     production: Path, canaries: dict[str, str], tmp_path: Path
 ) -> None:
     """A ..data link pointing out of the directory is refused even though the key link stays inside."""
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    (outside / KEY).write_text(canaries[KEY])
+    outside = secret_outside(tmp_path, canaries[KEY])
     production.mkdir()
     os.symlink(outside, production / "..data")
     os.symlink(f"..data/{KEY}", production / KEY)
