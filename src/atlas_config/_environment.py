@@ -240,11 +240,12 @@ def _secrets_dir(environ: Mapping[str, str], in_code: str | os.PathLike[str] | N
     if in_code is None:
         return None
     path = os.fspath(in_code) if isinstance(in_code, str | os.PathLike) else None
-    if not isinstance(path, str):
+    if not isinstance(path, str):  # also refuses a bytes path
         raise ConfigurationError(
             f"atlas_secrets_dir must be a path (str or pathlib.Path), not {type(in_code).__name__}"
         )
-    return Path(path.strip()) if path.strip() else None
+    path = path.strip()
+    return Path(path) if path else None
 
 
 def _bool(environ: Mapping[str, str], name: str) -> bool:
